@@ -58,13 +58,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     else cpu.
 
     Raises:
-        ValueError: cuda was requested but torch sees no GPU.
+        ValueError: the name is not a torch device, or cuda was requested but torch sees no GPU.
     """
     if device is None:
         device = default_device()
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        # torch raises RuntimeError for a malformed name, but callers and the CLI catch ValueError.
+        raise ValueError(f"invalid device {device!r} ({error}); use cpu, cuda, cuda:N or auto") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but torch sees no CUDA GPU; use --device cpu")
     return resolved

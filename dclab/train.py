@@ -111,7 +111,7 @@ def train(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         batches = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for images, labels in batches:
+        for step, (images, labels) in enumerate(batches):
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(images)
@@ -125,7 +125,8 @@ def train(
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-            batches.set_postfix(loss=f"{total_loss / seen:.4f}")
+            if step % 20 == 0:  # refreshing every step floods logs that are not terminals
+                batches.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
 
         row = {"epoch": epoch, "loss": total_loss / max(seen, 1), "train_top1": correct / max(seen, 1)}
         if val_loader is not None:

@@ -31,7 +31,7 @@ def checkpoint_record(name: str) -> dict:
     return records[name]
 
 
-def make_checkpoint(name: str, seed: int = 0, out_dir: Path | None = None) -> dict:
+def make_checkpoint(name: str, seed: int = 0, out_dir: Path | None = None, progress: bool = True) -> dict:
     """Train ``name`` on the bundled MNIST subset, save its state dict and record its accuracy.
 
     Returns:
@@ -41,7 +41,7 @@ def make_checkpoint(name: str, seed: int = 0, out_dir: Path | None = None) -> di
 
     out_dir = out_dir or _package_dir()
     splits = data.load_bundled_mnist()
-    model, history = train.train_baseline(name, splits, seed=seed)
+    model, history = train.train_baseline(name, splits, seed=seed, progress=progress)
     test = train.evaluate(model, data.make_loader(splits.test, 1000))
     path = train.save_checkpoint(model, out_dir / f"{name}.pt")
 
