@@ -35,5 +35,9 @@ lab: $(STAMP)
 checkpoints: $(STAMP)
 	$(BIN)/dclab make-checkpoints
 
+# Regenerate exercises/ from solutions/ (run after editing a solution notebook).
+exercises: $(STAMP)
+	$(BIN)/python -m dclab.course make-exercises
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

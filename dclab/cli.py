@@ -73,7 +73,8 @@ def _cmd_make_checkpoints(args: argparse.Namespace) -> int:
     from dclab import checkpoints
 
     for name in args.models:
-        checkpoints.make_checkpoint(name, seed=args.seed, out_dir=Path(args.out_dir) if args.out_dir else None)
+        out_dir = Path(args.out_dir) if args.out_dir else None
+        checkpoints.make_checkpoint(name, seed=args.seed, out_dir=out_dir, progress=not args.quiet)
     return 0
 
 
@@ -87,13 +88,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             bias = layer.bias.numel() if layer.bias is not None else 0
             print(f"  {paper_name:8s} weight {tuple(layer.weight.shape)} = {layer.weight.numel():,}, bias {bias:,}")
     return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Train LeNet-300-100 on the bundled MNIST subset and report its accuracy."""
-    args.model, args.dataset, args.source = "lenet300", "mnist", "bundled"
-    args.epochs, args.lr, args.out = None, None, None
-    return _cmd_train(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,10 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the trained state dict to this .pt file")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
-
-    p = commands.add_parser("demo", help="the main job on the built-in default: LeNet-300-100, bundled MNIST")
-    _add_common(p)
-    p.set_defaults(func=_cmd_demo)
 
     p = commands.add_parser("make-checkpoints",
                             help="retrain the LeNet checkpoints that ship with dclab on the bundled MNIST subset")
