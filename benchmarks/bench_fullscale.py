@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model  # benchmarks/machine.py; scripts run from benchmarks/
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,15 +148,6 @@ def check_targets(runs: list[dict], args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cpu_model() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in output.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def format_section(runs: list[dict], layer_tables: dict[str, str], args: argparse.Namespace) -> str:
@@ -164,7 +156,7 @@ def format_section(runs: list[dict], layer_tables: dict[str, str], args: argpars
     lines = [
         "## Full-scale post-training compression on a CPU",
         "",
-        f"`python benchmarks/bench_fullscale.py --repeat {args.repeat} --cores {args.cores}` on {_cpu_model()}, "
+        f"`python benchmarks/bench_fullscale.py --repeat {args.repeat} --cores {args.cores}` on {cpu_model()}, "
         f"{os.cpu_count()} CPUs visible, each run pinned to {args.cores} cores with {args.cores} torch threads; "
         f"torch {torch.__version__}, Python {platform.python_version()}. Weights: random (torchvision's "
         "initialization), so accuracy is not measured. A run: build the network, prune, quantize, encode the "

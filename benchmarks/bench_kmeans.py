@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -29,6 +28,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_info
 
 from dclab.kmeans import INIT_METHODS, initial_centroids, kmeans_1d
+from machine import cpu_model  # benchmarks/machine.py; scripts run from benchmarks/
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,15 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def cpu_model() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in output.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def inertia_float64(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 
 import torch
@@ -30,6 +28,7 @@ from dclab.fullscale import prune_tensor
 from dclab.models import build_model, compressible_layers
 from dclab.presets import get_preset
 from dclab.sparse_inference import SparseLinear
+from machine import cpu_model  # benchmarks/machine.py; scripts run from benchmarks/
 
 LAYERS = ("fc6", "fc7", "fc8")
 
@@ -80,15 +79,6 @@ def measure(network: str, name: str, shape: tuple[int, int], keep: float, args: 
     return rows
 
 
-def _cpu_model() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in output.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def format_section(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]) -> str:
@@ -96,7 +86,7 @@ def format_section(rows: list[dict], args: argparse.Namespace, load: tuple[float
         "## Sparse (CSR) against dense fully connected layers at batch size 1",
         "",
         f"`python benchmarks/bench_sparse_inference.py --threads {' '.join(map(str, args.threads))}` on "
-        f"{_cpu_model()}, {os.cpu_count()} CPUs visible; torch {torch.__version__} "
+        f"{cpu_model()}, {os.cpu_count()} CPUs visible; torch {torch.__version__} "
         f"(MKL: {torch.backends.mkl.is_available()}). Random weights pruned by magnitude to the paper's kept "
         f"fractions; batch size {args.batch}; medians of `torch.utils.benchmark` (at least {args.min_time:g} s "
         f"each). 1-minute load average before / after: {load[0]:.1f} / {load[1]:.1f}. The paper measured about "

@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +27,9 @@ import torch
 from dclab import data, train
 from dclab.pipeline import PipelineConfig, compress
 from dclab.presets import PAPER_HEADLINE
+from machine import cpu_model  # benchmarks/machine.py; scripts run from benchmarks/
 
 
-def _cpu_name() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    for line in lines:
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _load(dataset: str, source: str) -> data.Splits:
@@ -104,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
 
     lines = [
-        f"Data: {splits.describe()}. Machine: {_cpu_name()}, {torch.get_num_threads()} torch threads, "
+        f"Data: {splits.describe()}. Machine: {cpu_model()}, {torch.get_num_threads()} torch threads, "
         f"Python {platform.python_version()}, torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
         "",

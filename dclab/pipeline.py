@@ -63,7 +63,8 @@ class PipelineConfig:
             retraining per round and in the last round, learning rate and
             weight decay (SGD with momentum 0.9).
         quant_epochs, quant_lr, reduction, init: centroid fine-tuning epochs,
-            learning rate, ``"sum"`` (the paper's rule) or ``"mean"``, and
+            learning rate, ``"sum"`` (Deep Compression's rule: a centroid's
+            gradient is the sum of its weights' gradients) or ``"mean"``, and
             the centroid initialization.
         out: path of the compressed file.
         run_dir: folder for the stage checkpoints; None keeps none.
@@ -103,7 +104,7 @@ class PipelineConfig:
 
 @dataclass
 class StageResult:
-    """One row of the stage table (like the paper's Tables 1 and 7)."""
+    """One row of the stage table, laid out like Tables 1 and 7 of Deep Compression (ICLR 2016)."""
 
     stage: str
     top1: float
@@ -120,7 +121,7 @@ class StageResult:
 
 @dataclass
 class PipelineResult:
-    """What :func:`compress` returns: the stage table, the size report and the loaded model."""
+    """Result of :func:`compress`: the stage rows, the size report and the model loaded from the file."""
 
     config: PipelineConfig
     data_source: str
@@ -306,6 +307,8 @@ def compress(cfg: PipelineConfig | None = None, splits: data.Splits | None = Non
     record("huffman", loaded, on_disk, dense_bytes, time.perf_counter() - tic, masked=model)
     sizes = report.size_report(model, preset=preset)
     if sizes.total_bytes("huffman") != on_disk or file_bytes != on_disk:
-        raise RuntimeError(f"size report says {sizes.total_bytes('huffman')} bytes but {out} has {on_disk}")
+        raise RuntimeError(
+            f"size report counts {sizes.total_bytes('huffman')} bytes but {out} has {on_disk}; this is a bug in dclab"
+        )
 
     return PipelineResult(cfg, splits.source, result_stages, sizes, out, on_disk, loaded, histories)

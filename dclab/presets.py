@@ -11,7 +11,7 @@ Huffman Coding", ICLR 2016 (arXiv:1510.00149 v5), Tables 1-5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 __all__ = [
     "LayerSetting",
@@ -69,15 +69,12 @@ class Preset:
         name: ``"paper"`` for the published settings, ``"dclab"`` for ours.
         layers: paper layer name -> settings, in forward order.
         source: where the numbers come from, shown in reports.
-        retrain: optional training hyperparameters for the pipeline
-            (epochs and learning rates per stage); empty means defaults.
     """
 
     network: str
     name: str
     layers: dict[str, LayerSetting]
     source: str
-    retrain: dict[str, float] = field(default_factory=dict)
 
     def layer(self, paper_name: str) -> LayerSetting:
         """Return the settings of one layer, with an error naming the known layers."""
