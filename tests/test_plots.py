@@ -351,7 +351,8 @@ def test_symbol_distributions_panels(ip1_entries):
     codes_ax, index_ax = figure.axes
     assert len(_bars(codes_ax)) == 64
     assert len(_bars(index_ax)) == 32
-    assert codes_ax.get_title().startswith("ip1 weight codes")
+    assert codes_ax.get_title().startswith("ip1 weight codes\n")
+    assert f"{ip1_entries.entries:,} entries" in index_ax.get_title()
     assert "entropy" in index_ax.get_title()
 
 

@@ -78,7 +78,7 @@ def code_tree(counts: ArrayLike) -> CodeTreeNode:
     codes = canonical_codes(lengths)
     present = np.flatnonzero(lengths)
     if present.size == 0:
-        raise ValueError("every count is zero; there is nothing to code")
+        raise ValueError("every count is zero, so there is no symbol to code; pass at least one positive count")
     root = CodeTreeNode()
     for symbol in present:
         bits = format(int(codes[symbol]), f"0{int(lengths[symbol])}b")
@@ -96,7 +96,7 @@ def entropy_bits(counts: ArrayLike) -> float:
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
     if total <= 0:
-        raise ValueError("every count is zero; the entropy is undefined")
+        raise ValueError("every count is zero, so the entropy is undefined; pass at least one positive count")
     p = counts[counts > 0] / total
     return float(-(p * np.log2(p)).sum())
 
@@ -172,7 +172,7 @@ def plot_code_lengths(counts: ArrayLike, ax: Axes | None = None, title: str = "C
     counts = np.asarray(counts).astype(np.int64)
     present = np.flatnonzero(counts)
     if present.size == 0:
-        raise ValueError("every count is zero; there is nothing to code")
+        raise ValueError("every count is zero, so there is no symbol to code; pass at least one positive count")
     lengths = code_lengths(counts)
     order = present[np.argsort(-counts[present], kind="stable")]
     p = counts[order] / counts.sum()
@@ -252,10 +252,10 @@ def plot_symbol_distributions(codes: ArrayLike, index: ArrayLike, weight_bits: i
         counts = np.bincount(values, minlength=top + 1)
         ax.bar(np.arange(top + 1), counts, width=0.85)
         uniform = values.size / (top + 1)
-        ax.axhline(uniform, color="tab:red", linestyle="--", linewidth=1, label="uniform")
+        ax.axhline(uniform, color="tab:red", linestyle="--", linewidth=1, label=f"uniform over {top + 1} values")
         ax.set_xlabel(what)
         ax.set_ylabel("entries")
-        ax.set_title(f"{title} {what}s: {values.size:,} entries, entropy {entropy_bits(counts):.2f} of {bits} bits"
-                     .strip(), fontsize="medium")
+        ax.set_title(f"{title} {what}s".strip() + f"\n{values.size:,} entries, entropy {entropy_bits(counts):.2f} of {bits} bits",
+                     fontsize="medium")
         ax.legend(fontsize="small")
     return figure
