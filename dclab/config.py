@@ -25,10 +25,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 
 def quick_mode() -> bool:
-    """Return whether ``DCLAB_QUICK`` asks for quick mode.
+    """Return whether ``DCLAB_QUICK`` switches quick mode on.
 
     Raises:
-        ValueError: the variable holds something other than a boolean word.
+        ValueError: the variable contains something other than a boolean word.
     """
     raw = os.environ.get("DCLAB_QUICK", "").strip().lower()
     if raw in _TRUE:

@@ -38,6 +38,7 @@ from torch import nn
 from dclab import huffman
 from dclab.models import MODEL_NAMES, PAPER_LAYER_NAMES, build_model, compressible_layers, network_of
 from dclab.presets import Preset, get_preset
+from dclab.prune import effective_weight
 from dclab.sparse import decode_relative, encode_relative
 
 __all__ = [
@@ -140,14 +141,6 @@ def _is_pruned(module: nn.Module) -> bool:
     return "weight_orig" in module._parameters and "weight_mask" in module._buffers
 
 
-def _effective_weight(module: nn.Module) -> torch.Tensor:
-    # Recomputed from weight_orig and the mask, because torch.nn.utils.prune
-    # only refreshes module.weight in a forward pass.
-    if _is_pruned(module):
-        return (module.weight_orig * module.weight_mask).detach()
-    return module.weight.detach()
-
-
 def _bits_for(values: int) -> int:
     """Return the bits needed to number ``values`` codes (at least 1)."""
     return max(1, (values - 1).bit_length())
@@ -155,7 +148,9 @@ def _bits_for(values: int) -> int:
 
 def _read_layer(name: str, module: nn.Module, index_bits: int, weight_bits: int | None) -> LayerData:
     """Collect one layer's weights, mask, codebook and codes, checking the quantization invariants."""
-    weight = _effective_weight(module)
+    # Recomputed from weight_orig and the mask, because torch.nn.utils.prune
+    # only refreshes module.weight in a forward pass.
+    weight = effective_weight(module)
     if weight.dtype != torch.float32:
         raise ValueError(f"layer {name} has {weight.dtype} weights; the file stores float32, so call model.float() first")
     flat = weight.cpu().reshape(-1).numpy().copy()

@@ -248,7 +248,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header_end != expected:
         raise DatasetError(
-            f"IDX file {path} holds {len(raw) - header_end} data bytes but its header {shape} needs {expected}; "
+            f"IDX file {path} contains {len(raw) - header_end} data bytes but its header {shape} needs {expected}; "
             "the file is truncated or corrupt, download it again"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape).astype(dtype.newbyteorder("="))
@@ -314,7 +314,7 @@ def load_imagenet_val(folder: str | Path, subset: int | None = None, seed: int =
     random subset of that many images.
 
     Raises:
-        DatasetError: the folder is missing or holds no class folders with images.
+        DatasetError: the folder is missing or contains no class folders with images.
     """
     from torchvision import datasets, transforms
 

@@ -1,4 +1,4 @@
-"""The four networks of the paper, with the paper's layer names.
+"""The four networks of Deep Compression (Han, Mao, Dally, ICLR 2016), with its layer names.
 
 dclab's LeNets use the paper's names as module names (``ip1``..``ip3``;
 ``conv1``, ``conv2``, ``ip1``, ``ip2``). AlexNet and VGG-16 keep
